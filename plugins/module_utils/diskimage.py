@@ -275,7 +275,10 @@ def _run(cmd: list[str], env: dict | None = None) -> str:
 
 
 def _fake_time_env(epoch: int) -> dict:
-    env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(epoch), SOURCE_DATE_EPOCH=str(epoch))
+    """Environment for the tools: e2fsprogs' clock fixed at epoch, no SOURCE_DATE_EPOCH (it
+    would switch mkfs.erofs back to clamping) and no private mke2fs.conf."""
+    env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(epoch))
+    env.pop("SOURCE_DATE_EPOCH", None)
     env.pop("MKE2FS_CONFIG", None)
     return env
 
@@ -327,10 +330,11 @@ def normalize_ext4(image: Path, offset: int, epoch: int, force_root_owner: bool)
 def make_erofs(spec: Spec, ids: Ids, epoch: int, workdir: Path) -> Path:
     """mkfs.erofs into a side file (it cannot write at an offset); returns that file.
 
+    -T alone only clamps newer mtimes; --ignore-mtime after it gives every inode the epoch.
     erofs-utils 1.5 has no volume label option, so the label only names the partition.
     """
     out = workdir / "rootfs.erofs"
-    cmd = ["mkfs.erofs", "--quiet", "-T", str(epoch), "-U", str(ids.fs_uuid)]
+    cmd = ["mkfs.erofs", "--quiet", "-T", str(epoch), "--ignore-mtime", "-U", str(ids.fs_uuid)]
     if spec.force_root_owner:
         cmd.append("--all-root")
     if spec.erofs_compression:
