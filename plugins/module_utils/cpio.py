@@ -386,25 +386,26 @@ def _copy_file(entry: Entry, buf: bytearray, out) -> bytearray:
 
 
 def write_newc(entries: list[Entry], out) -> int:
-    """Stream the archive to out.write() in chunks of about CHUNK bytes; returns bytes written."""
+    """Stream the archive to out.write() in chunks of about CHUNK bytes; returns its length."""
     buf = bytearray()
     total = 0
     for entry in entries:
-        buf += header(entry)
+        head = header(entry)
+        pad = -entry.size % 4
+        buf += head
         if entry.size:
             if entry.src is not None:
                 buf = _copy_file(entry, buf, out)
             else:
                 buf += entry.target
-            buf += b"\0" * (-entry.size % 4)
+            buf += b"\0" * pad
+        total += len(head) + entry.size + pad
         if len(buf) >= CHUNK:
-            total += len(buf)
             out.write(buf)
             buf = bytearray()
-    trailer = Entry(path=TRAILER, mode=0, nlink=1)
-    buf += header(trailer)
-    total += len(buf)
-    buf += b"\0" * (-total % BLOCK)
+    head = header(Entry(path=TRAILER, mode=0, nlink=1))
+    total += len(head)
+    buf += head + b"\0" * (-total % BLOCK)
     out.write(buf)
     return total + (-total % BLOCK)
 
