@@ -69,6 +69,8 @@ class TreeStats:
     blocks: int = 0
     apparent_bytes: int = 0
     newest_mtime: int = 0
+    longest_name: int = 0           # bytes
+    longest_name_path: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +135,12 @@ def validate(spec: Spec) -> None:
         raise ImageError(f"label {spec.label!r} is longer than 16 bytes")
 
 
+def check_tree(spec: Spec, stats: TreeStats) -> None:
+    """Refuse trees the chosen mkfs is known to choke on (with the offending path)."""
+    if spec.fs_type == "erofs" and stats.longest_name >= 255:
+        raise ImageError(f"mkfs.erofs (erofs-utils 1.5) fails on 255-byte names: {stats.longest_name_path}")
+
+
 def derive_ids(seed: str) -> Ids:
     """GUIDs/UUIDs as uuid5(namespace, seed + ':' + purpose); the MBR signature from sha256."""
     def one(purpose: str) -> uuid.UUID:
@@ -178,6 +186,8 @@ def scan_tree(src: Path, block_size: int) -> TreeStats:
         with os.scandir(stack.pop()) as it:
             for entry in it:
                 names.append(entry.name)
+                if len(os.fsencode(entry.name)) > stats.longest_name:
+                    stats.longest_name, stats.longest_name_path = len(os.fsencode(entry.name)), entry.path
                 st = entry.stat(follow_symlinks=False)
                 stats.newest_mtime = max(stats.newest_mtime, int(st.st_mtime))
                 if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
@@ -430,6 +440,7 @@ def build(spec: Spec, check_mode: bool = False) -> dict:
     """
     validate(spec)
     stats = scan_tree(spec.src, spec.block_size)
+    check_tree(spec, stats)
     epoch = resolve_epoch(spec, stats)
     ids = derive_ids(spec.seed)
     dest = spec.dest

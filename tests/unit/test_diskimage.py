@@ -65,6 +65,13 @@ def test_bad_input_is_refused_in_one_line(tree, tmp_path, kw, message):
     assert list(tmp_path.glob(".out.img*")) == []
 
 
+def test_erofs_refuses_255_byte_names(tree, tmp_path):
+    (tree / ("n" * 255)).write_bytes(b"")
+    with pytest.raises(ImageError, match="fails on 255-byte names: .*/n{255}$"):
+        diskimage.build(spec(tree, tmp_path / "e.img", fs_type="erofs"))
+    assert diskimage.build(spec(tree, tmp_path / "x.img"))["changed"]  # ext4 takes them
+
+
 def test_dest_inside_src_is_refused(tree):
     with pytest.raises(ImageError, match="is inside src"):
         diskimage.build(spec(tree, tree / "sub" / "x.img"))
