@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -78,6 +79,14 @@ def pack(src: Path, dest: Path, **kwargs) -> tuple[dict, list[Member]]:
 
 def by_name(members: list[Member]) -> dict[bytes, Member]:
     return {m.name: m for m in members}
+
+
+@pytest.fixture
+def tmp_path():
+    """A temp dir removed right after the test (pytest's own is kept for later runs)."""
+    path = Path(tempfile.mkdtemp(prefix="cpio-unit."))
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture
@@ -347,7 +356,7 @@ def test_unreadable_paths_named_before_writing() -> None:
                               "secret2, secret3 (and 3 more)")
         assert sorted(os.listdir(base)) == ["root"]
     finally:
-        subprocess.run(["rm", "-rf", str(base)], check=True)
+        shutil.rmtree(base)
 
 
 # ----------------------------------------------------------------------------- output file
