@@ -223,7 +223,7 @@ def _extra_file(spec: dict, entry: Entry, clamp: int | None) -> None:
         raise ValueError(f"src {show(src)} is not a regular file")
     if not os.access(src, os.R_OK):
         raise ValueError(f"src {show(src)} is not readable")
-    entry.src, entry.size = src, st.st_size
+    entry.src, entry.size = os.path.realpath(src), st.st_size  # read with O_NOFOLLOW
     entry.mtime = clamp_mtime(st.st_mtime_ns // 1_000_000_000, clamp)
     entry.mode = stat.S_IFREG | _mode_field(spec, stat.S_IMODE(st.st_mode))
 
@@ -368,20 +368,23 @@ def header(entry: Entry) -> bytes:
 
 def _copy_file(entry: Entry, buf: bytearray, out) -> bytearray:
     """Append exactly entry.size bytes of the file to buf, flushing full chunks to out."""
-    fd = os.open(entry.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        remaining = entry.size
-        while remaining:
-            data = os.read(fd, min(remaining, CHUNK))
-            if not data:
-                raise CpioError(f"{show(entry.src)} shrank while being archived")
-            buf += data
-            remaining -= len(data)
-            if len(buf) >= CHUNK:
-                out.write(buf)
-                buf = bytearray()
-    finally:
-        os.close(fd)
+        fd = os.open(entry.src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            remaining = entry.size
+            while remaining:
+                data = os.read(fd, min(remaining, CHUNK))
+                if not data:
+                    raise CpioError(f"{show(entry.src)} shrank while being archived")
+                buf += data
+                remaining -= len(data)
+                if len(buf) >= CHUNK:
+                    out.write(buf)
+                    buf = bytearray()
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CpioError(f"cannot read {show(entry.src)}: {exc.strerror}") from None
     return buf
 
 

@@ -76,7 +76,8 @@ options:
       mode:
         description:
           - Permission bits, including setuid, setgid and sticky (for example V(0600) or V("4755")).
-          - Defaults are dir 0755, symlink 0777, char and block 0600, fifo 0644, file the mode of O(extra_entries[].src).
+          - Defaults are dir 0755, symlink 0777, char and block 0600, fifo 0644,
+            file the mode of O(extra_entries[].src).
         type: raw
       uid:
         description: Owner uid.
@@ -163,7 +164,8 @@ compressor:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kata.osbuilder.plugins.module_utils.cpio import COMPRESSIONS, CpioError, EXTRA_TYPES, build
+from ansible_collections.kata.osbuilder.plugins.module_utils.cpio import (
+    COMPRESSIONS, EXTRA_TYPES, CpioError, build)
 
 EXTRA_ENTRY_SPEC = {
     "path": {"type": "str", "required": True},

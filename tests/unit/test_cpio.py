@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import shutil
 import socket
 import stat
@@ -232,10 +233,11 @@ def test_extra_entries_added_and_replacing(tree: Path, tmp_path: Path) -> None:
     host = tmp_path / "host-file"
     host.write_bytes(b"from host")
     os.chmod(host, 0o750)
+    os.symlink(host, tmp_path / "host-link")
     extras = [
         {"path": "/init", "type": "symlink", "target": "/sbin/init"},
         {"path": "dev/console", "type": "char", "major": 5, "minor": 1, "mode": 0o600},
-        {"path": "etc/hostname", "type": "file", "src": str(host)},
+        {"path": "etc/hostname", "type": "file", "src": str(tmp_path / "host-link")},
         {"path": "usr", "type": "file", "src": str(host), "mode": "0644"},
         {"path": "run/lock", "type": "dir", "mode": "1777"},
         {"path": "fifo", "type": "fifo"},
@@ -424,6 +426,29 @@ def test_failed_compressor_leaves_no_temp_and_dest_intact(tree: Path, tmp_path: 
         cpio.build(tree, dest, environ={})
     assert dest.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["a.img", "root"]
+
+
+def test_file_vanishing_while_packing_is_a_one_line_error(tree: Path) -> None:
+    entries = cpio.plan(os.fsencode(tree), [])
+    (tree / "usr" / "bin" / "tool").unlink()
+    with pytest.raises(cpio.CpioError, match=r"^cannot read .*/usr/bin/tool: No such file"):
+        cpio.write_newc(entries, open(os.devnull, "wb"))
+
+
+@pytest.mark.parametrize("compression, argv", [
+    ("gzip", ["pigz", "-n", "-6", "-c", "-p", "{}"]),
+    ("zstd", ["zstd", "-6", "--long=26", "-q", "-c", "-T{}"]),
+])
+def test_output_does_not_depend_on_worker_count(tree: Path, tmp_path: Path, monkeypatch,
+                                                compression: str, argv: list[str]) -> None:
+    (tree / "blob").write_bytes(random.Random(0).randbytes(3 << 20) * 2)
+    digests = set()
+    for workers in (1, 2, 4):
+        command = [arg.format(workers) for arg in argv]
+        monkeypatch.setattr(cpio, "compressor_argv", lambda c, l: (command[0], command))
+        digests.add(cpio.build(tree, tmp_path / f"a{workers}", compression=compression,
+                               environ={})["sha256"])
+    assert len(digests) == 1
 
 
 def test_file_shrinking_while_packing_is_an_error(tree: Path, tmp_path: Path) -> None:
