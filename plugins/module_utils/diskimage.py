@@ -325,12 +325,12 @@ def used_inodes(device: str) -> list[int]:
 def normalize_ext4(image: Path, offset: int, epoch: int, force_root_owner: bool) -> None:
     """Set every inode's timestamps to epoch (and owner to root) with one debugfs batch.
 
-    mke2fs -d copies times and owners from the source; rewriting them in the image keeps the
-    source tree untouched.
+    mke2fs -d copies atime/ctime/mtime (seconds only) and owners from the source; rewriting
+    them in the image keeps the source tree untouched. crtime already comes from
+    E2FSPROGS_FAKE_TIME (tests check all four times and their nanoseconds).
     """
     device = f"{image}?offset={offset}"
-    fields = [f"{t}{x} {v}" for t in ("atime", "ctime", "mtime", "crtime")
-              for x, v in (("", epoch), ("_extra", 0))]
+    fields = [f"{t} {epoch}" for t in ("atime", "ctime", "mtime")]
     if force_root_owner:
         fields += ["uid 0", "gid 0"]
     with tempfile.NamedTemporaryFile("w", dir=image.parent, prefix=".debugfs.", suffix=".cmd") as f:

@@ -1,0 +1,175 @@
+"""Bench: kata.osbuilder.gpt_image against osbuilder's loop-device way, on a Debian minbase rootfs.
+
+The rootfs is bootstrapped in this run (mmdebstrap; needs root and the package registry).
+The loop way is image_builder.sh's: qemu-img create, parted mklabel msdos + mkpart from 1 MiB,
+losetup + partx -a, mkfs.ext4 -b 4096 + tune2fs -m 3, mount, cp -a, sync, umount, partx -d,
+losetup -d; its size is osbuilder's (content + overhead + free space, rounded up to 128 MiB).
+Mounts, loop devices and files are released in `finally`, also on failure.
+
+Run: python3 bench/image.py [--free-mib N]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import minbase_rootfs, table, timed, workdir  # noqa: E402
+
+from ansible_collections.kata.osbuilder.plugins.module_utils import diskimage  # noqa: E402
+
+MiB = 1 << 20
+OSBUILDER_ALIGN_MB = 128
+
+
+def du_bytes(path: Path, apparent: bool) -> int:
+    flag = "--apparent-size" if apparent else "--block-size=1"
+    out = subprocess.run(["du", "-s", "-x", "--block-size=1", flag, str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def osbuilder_size_mb(rootfs: Path, free_mib: int) -> int:
+    """image_builder.sh's sizing: du MiB + 10 MiB steps (one step here) + 2 MiB reserved +
+    ROOT_FREE_SPACE, rounded up to 128 MiB."""
+    rootfs_mb = -(-du_bytes(rootfs, apparent=False) // MiB)
+    size = rootfs_mb + 10 + 2 + free_mib
+    return -(-size // OSBUILDER_ALIGN_MB) * OSBUILDER_ALIGN_MB
+
+
+def sh(*cmd: str) -> str:
+    """Run a command; on failure raise with its stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def release_loop(device: str) -> None:
+    """Drop the partition nodes (udev may hold them a moment after umount) and detach."""
+    for _ in range(20):
+        if subprocess.run(["partx", "-d", device], capture_output=True).returncode == 0:
+            break
+        subprocess.run(["udevadm", "settle"], capture_output=True)
+        time.sleep(0.25)
+    subprocess.run(["losetup", "-d", device], check=False)
+
+
+def loop_way(rootfs: Path, img: Path, size_mb: int) -> None:
+    """osbuilder's create_disk + setup_loop_device + format_loop + mount/cp/umount."""
+    mnt = Path(tempfile.mkdtemp(prefix="osb-mnt.", dir=img.parent))
+    device = mounted = None
+    try:
+        sh("qemu-img", "create", "-q", "-f", "raw", str(img), f"{size_mb}M")
+        sh("parted", "-s", "-a", "optimal", str(img), "--", "mklabel", "msdos",
+           "mkpart", "primary", "ext4", "1M", "-1M")
+        device = sh("losetup", "-f", "--show", str(img))
+        sh("partx", "-a", device)
+        part = f"{device}p1"
+        sh("mkfs.ext4", "-q", "-F", "-b", "4096", part)
+        sh("tune2fs", "-m", "3", part)
+        sh("mount", part, str(mnt))
+        mounted = mnt
+        subprocess.run(f"cp -a '{rootfs}'/* '{mnt}'", shell=True, check=True)
+        sh("sync")
+        sh("umount", str(mnt))
+        mounted = None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(mounted)])
+        if device:
+            release_loop(device)
+        mnt.rmdir()
+
+
+def ext4_fields(img: Path, offset: int) -> dict[str, int]:
+    """Numeric superblock fields of the image's ext4 (dumpe2fs -h)."""
+    out = sh("dumpe2fs", "-h", f"{img}?offset={offset}")
+    return {k: int(v) for k, v in re.findall(r"^([A-Za-z ]+):\s+(\d+)$", out, re.M)}
+
+
+def used_fs_bytes(img: Path, offset: int) -> int:
+    """Bytes in use (data + metadata) in the image's ext4."""
+    f = ext4_fields(img, offset)
+    return (f["Block count"] - f["Free blocks"]) * f["Block size"]
+
+
+def reserved_bytes(img: Path, offset: int) -> int:
+    f = ext4_fields(img, offset)
+    return f["Reserved block count"] * f["Block size"]
+
+
+def fresh_build(spec: diskimage.Spec) -> dict:
+    """A full gpt_image build into a missing dest (as the loop way always starts afresh)."""
+    spec.dest.unlink(missing_ok=True)
+    return diskimage.build(spec)
+
+
+def median_run(repeats: int, fn, *args) -> tuple[float, object]:
+    """Median wall time of `repeats` runs, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        t, result = timed(fn, *args)
+        times.append(t)
+    return statistics.median(times), result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--free-mib", type=int, default=64, help="ROOT_FREE_SPACE / root_free_space")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per method (median reported)")
+    args = ap.parse_args()
+    work = workdir()
+    try:
+        t_rootfs, rootfs = timed(minbase_rootfs, work)
+        apparent, allocated = du_bytes(rootfs, True), du_bytes(rootfs, False)
+        rows, results = [], {}
+        for name, dax in (("gpt_image (gpt, dax_header)", True), ("gpt_image (gpt, no dax)", False)):
+            dest = work / f"gpt-{int(dax)}.img"
+            spec = diskimage.Spec(src=rootfs, dest=dest, root_free_space=args.free_mib, dax_header=dax)
+            t, r = median_run(args.repeats, fresh_build, spec)
+            results[name] = (t, r)
+            rows.append((name, f"{t:.2f}", r["size"] // MiB, du_bytes(dest, False) // MiB))
+        loop_img = work / "loop.img"
+        size_mb = osbuilder_size_mb(rootfs, args.free_mib)
+        t_loop, _ = median_run(args.repeats, loop_way, rootfs, loop_img, size_mb)
+        rows.append(("osbuilder loop way (msdos)", f"{t_loop:.2f}", size_mb, du_bytes(loop_img, False) // MiB))
+
+        print(f"rootfs: Debian minbase, {apparent / MiB:.1f} MiB apparent, {allocated / MiB:.1f} MiB "
+              f"allocated, bootstrapped in {t_rootfs:.1f} s; root_free_space {args.free_mib} MiB; "
+              f"median of {args.repeats} runs")
+        print(table(rows, ("method", "seconds", "image MiB", "allocated MiB")))
+        t_gpt, r = results["gpt_image (gpt, no dax)"]
+        print(f"speed: gpt_image/loop = {t_gpt / t_loop:.2f} (<= 1: no slower than the loop way)")
+        report_size(work / "gpt-0.img", r, args.free_mib, apparent, size_mb)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report_size(img: Path, r: dict, free_mib: int, apparent: int, osbuilder_mb: int) -> None:
+    """Is the image <= content + free space + alignment? Content is what the filesystem holds
+    (file data in blocks + ext4 metadata such as journal and inode tables) plus the 3 %
+    reserved blocks osbuilder also keeps; the free space must really be available."""
+    used = used_fs_bytes(img, r["partition_offset"])
+    reserved = reserved_bytes(img, r["partition_offset"])
+    bound = used + reserved + free_mib * MiB + 2 * MiB + r["partition_offset"] + (34 * 512)
+    avail = r["partition_size"] - used - reserved
+    print(f"size: image {r['size'] / MiB:.1f} MiB <= content {used / MiB:.1f} MiB + reserved "
+          f"{reserved / MiB:.1f} MiB + free {free_mib} MiB + alignment 2 MiB + tables "
+          f"{(r['partition_offset'] + 34 * 512) / MiB:.1f} MiB = {bound / MiB:.1f} MiB: "
+          f"{'yes' if r['size'] <= bound else 'NO'}; available to users {avail / MiB:.1f} MiB "
+          f"(asked {free_mib})")
+    print(f"overshoot over apparent content + free: gpt_image {(r['size'] - apparent) / MiB - free_mib:.1f} MiB, "
+          f"osbuilder {(osbuilder_mb * MiB - apparent) / MiB - free_mib:.1f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
