@@ -307,19 +307,26 @@ def make_ext4(image: Path, layout: Layout, spec: Spec, ids: Ids, inodes: int, ep
           "-d", str(spec.src), str(image), str(blocks)], env=_fake_time_env(epoch))
 
 
-def used_inodes(device: str) -> list[int]:
-    """Inode numbers in use (root and from the first non-reserved one), read from dumpe2fs."""
+def _ranges(text: str):
+    """(lo, hi) pairs from dumpe2fs range lists like '12-40, 45, 50-60'."""
+    for part in filter(None, (r.strip() for r in text.split(","))):
+        lo, _, hi = part.partition("-")
+        yield int(lo), int(hi or lo)
+
+
+def used_inodes(device: str):
+    """Yield the inode numbers in use: root, then every allocated one from the first
+    non-reserved inode on, group by group from dumpe2fs's free-inode ranges."""
     out = _run(["dumpe2fs", device])
     per_group = int(re.search(r"^Inodes per group:\s+(\d+)", out, re.M).group(1))
     first = int(re.search(r"^First inode:\s+(\d+)", out, re.M).group(1))
-    free: set[int] = set()
-    groups = re.findall(r"^\s+Free inodes: ?(.*)$", out, re.M)
-    for ranges in groups:
-        for part in filter(None, (r.strip() for r in ranges.split(","))):
-            lo, _, hi = part.partition("-")
-            free.update(range(int(lo), int(hi or lo) + 1))
-    total = per_group * len(groups)
-    return [2] + [i for i in range(first, total + 1) if i not in free]
+    yield 2
+    for group, free in enumerate(re.findall(r"^\s+Free inodes: ?(.*)$", out, re.M)):
+        nxt = max(first, group * per_group + 1)
+        for lo, hi in _ranges(free):
+            yield from range(nxt, lo)
+            nxt = max(nxt, hi + 1)
+        yield from range(nxt, (group + 1) * per_group + 1)
 
 
 def normalize_ext4(image: Path, offset: int, epoch: int, force_root_owner: bool) -> None:

@@ -152,7 +152,7 @@ def gpt_table(disk_size: int, partitions: list[Partition], disk_guid: uuid.UUID,
             (last_lba * SECTOR, backup)]
 
 
-def write_pieces(fd: int, pieces: list[tuple[int, bytes]], base: int = 0) -> None:
-    """Write (offset, bytes) pieces into an open file descriptor, shifted by base."""
+def write_pieces(fd: int, pieces: list[tuple[int, bytes]]) -> None:
+    """Write (offset, bytes) pieces into an open file descriptor."""
     for offset, data in pieces:
-        os.pwrite(fd, data, base + offset)
+        os.pwrite(fd, data, offset)
