@@ -107,14 +107,25 @@ def parse_size(value) -> int | None:
 
 def validate(spec: Spec) -> None:
     """Refuse bad input before any work, with one line naming the problem."""
-    src = spec.src
+    validate_paths(spec.src, spec.dest)
+    validate_options(spec)
+
+
+def validate_paths(src: Path, dest: Path) -> None:
+    """src must be a directory; dest a (possibly missing) file outside it, in an existing directory."""
     if not src.is_dir():
         raise ImageError(f"src {src} does not exist or is not a directory")
-    dest = spec.dest.resolve()
-    if dest == src.resolve() or src.resolve() in dest.parents:
-        raise ImageError(f"dest {spec.dest} is inside src {src}")
-    if not dest.parent.is_dir():
-        raise ImageError(f"directory of dest {spec.dest} does not exist")
+    real = dest.resolve()
+    if real == src.resolve() or src.resolve() in real.parents:
+        raise ImageError(f"dest {dest} is inside src {src}")
+    if not real.parent.is_dir():
+        raise ImageError(f"directory of dest {dest} does not exist")
+    if real.exists() and not real.is_file():
+        raise ImageError(f"dest {dest} exists and is not a regular file")
+
+
+def validate_options(spec: Spec) -> None:
+    """Filesystem, table, sizes, seed and label."""
     if spec.fs_type not in FS_TYPES:
         raise ImageError(f"unknown fs_type {spec.fs_type!r} (choose from {', '.join(FS_TYPES)})")
     if spec.table not in TABLES:

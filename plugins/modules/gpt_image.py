@@ -256,6 +256,8 @@ def main() -> None:
         result = build(spec_from_params(module.params), check_mode=module.check_mode)
     except ImageError as e:
         module.fail_json(msg=str(e), dest=module.params["dest"])
+    except OSError as e:  # e.g. no space left in dest's directory
+        module.fail_json(msg=f"building {module.params['dest']} failed: {e}", dest=module.params["dest"])
     module.exit_json(**result)
 
 

@@ -17,7 +17,7 @@ EPOCH = 1_700_000_000
 def make_tree(root: Path, order: int = 1) -> Path:
     """A small rootfs-like tree; `order` flips the creation order (same content)."""
     root.mkdir()
-    items = [("sbin/init", b"#!/bin/sh\n"), ("etc/hostname", b"kata\n"), ("usr/lib/big", os.urandom(0) + b"x" * 300_000),
+    items = [("sbin/init", b"#!/bin/sh\n"), ("etc/hostname", b"kata\n"), ("usr/lib/big", b"x" * 300_000),
              ("usr/share/empty", b""), ("etc/motd", b"hello\n" * 100)]
     for rel, data in items[::order]:
         p = root / rel
@@ -70,6 +70,12 @@ def test_erofs_refuses_255_byte_names(tree, tmp_path):
     with pytest.raises(ImageError, match="fails on 255-byte names: .*/n{255}$"):
         diskimage.build(spec(tree, tmp_path / "e.img", fs_type="erofs"))
     assert diskimage.build(spec(tree, tmp_path / "x.img"))["changed"]  # ext4 takes them
+
+
+def test_dest_that_is_a_directory_is_refused(tree, tmp_path):
+    (tmp_path / "d.img").mkdir()
+    with pytest.raises(ImageError, match="exists and is not a regular file"):
+        diskimage.build(spec(tree, tmp_path / "d.img"))
 
 
 def test_dest_inside_src_is_refused(tree):
