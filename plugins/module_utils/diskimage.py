@@ -187,6 +187,16 @@ def _file_blocks(size: int, block_size: int) -> int:
     return blocks + max(0, -(-blocks // 32768) - 4)
 
 
+def _count_inode(stats: TreeStats, st: os.stat_result, block_size: int) -> None:
+    """Add one inode (seen for the first time) and the blocks its data needs."""
+    stats.inodes += 1
+    stats.apparent_bytes += st.st_size
+    if stat.S_ISREG(st.st_mode):
+        stats.blocks += _file_blocks(st.st_size, block_size)
+    elif stat.S_ISLNK(st.st_mode) and st.st_size >= 60:  # longer targets leave the inode
+        stats.blocks += 1
+
+
 def scan_tree(src: Path, block_size: int) -> TreeStats:
     """Walk src without following symlinks; hard links count once."""
     stats = TreeStats()
@@ -201,18 +211,13 @@ def scan_tree(src: Path, block_size: int) -> TreeStats:
                     stats.longest_name, stats.longest_name_path = len(os.fsencode(entry.name)), entry.path
                 st = entry.stat(follow_symlinks=False)
                 stats.newest_mtime = max(stats.newest_mtime, int(st.st_mtime))
-                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(Path(entry.path))
+                elif st.st_nlink > 1:
                     if (st.st_dev, st.st_ino) in seen:
                         continue
                     seen.add((st.st_dev, st.st_ino))
-                stats.inodes += 1
-                stats.apparent_bytes += st.st_size
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(Path(entry.path))
-                elif stat.S_ISREG(st.st_mode):
-                    stats.blocks += _file_blocks(st.st_size, block_size)
-                elif stat.S_ISLNK(st.st_mode) and st.st_size >= 60:
-                    stats.blocks += 1
+                _count_inode(stats, st, block_size)
         stats.blocks += _dir_blocks(names, block_size)
     return stats
 

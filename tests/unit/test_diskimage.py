@@ -226,3 +226,21 @@ def test_sizing_model_against_mke2fs_for_many_small_files(tmp_path):
             (src / f"d{d:02}" / f"file-with-a-longish-name-{f}").write_bytes(b"y" * (f * 37))
     r = diskimage.build(spec(src, tmp_path / "m.img"))
     assert run("e2fsck", "-fn", f"{tmp_path / 'm.img'}?offset={r['partition_offset']}").returncode == 0
+
+
+def test_scan_tree_counts_hard_links_once(tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "a").write_bytes(b"x" * 5000)  # 2 blocks
+    os.link(src / "a", src / "b")
+    (src / "short").symlink_to("a")
+    (src / "long").symlink_to("t" * 80)  # 1 block
+    stats = diskimage.scan_tree(src, 4096)
+    assert stats.inodes == 1 + 3  # root, a/b, short, long
+    assert stats.blocks == 2 + 1 + 1  # data, long symlink, root directory
+    assert stats.apparent_bytes == 5000 + 1 + 80
+
+
+def test_ext4_geometry_building_blocks():
+    assert diskimage.journal_blocks(1000) == 0 and diskimage.journal_blocks(70_000) == 4096
+    assert diskimage._backup_groups(10) == 6  # superblock copies in groups 0, 1, 3, 5, 7, 9
