@@ -71,6 +71,7 @@ class TreeStats:
     newest_mtime: int = 0
     longest_name: int = 0           # bytes
     longest_name_path: str = ""
+    all_root: bool = True           # every entry already owned by uid 0 / gid 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +212,7 @@ def scan_tree(src: Path, block_size: int) -> TreeStats:
                     stats.longest_name, stats.longest_name_path = len(os.fsencode(entry.name)), entry.path
                 st = entry.stat(follow_symlinks=False)
                 stats.newest_mtime = max(stats.newest_mtime, int(st.st_mtime))
+                stats.all_root = stats.all_root and st.st_uid == 0 and st.st_gid == 0
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(Path(entry.path))
                 elif st.st_nlink > 1:
@@ -449,7 +451,8 @@ def assemble(spec: Spec, tmp: Path, workdir: Path, stats: TreeStats, epoch: int,
         os.truncate(f.fileno(), layout.size)
     if erofs_image is None:
         make_ext4(tmp, layout, spec, ids, inodes, epoch)
-        normalize_ext4(tmp, layout.part_start, epoch, spec.force_root_owner)
+        chown = spec.force_root_owner and not stats.all_root  # mke2fs -d copied the owners
+        normalize_ext4(tmp, layout.part_start, epoch, chown)
     with open(tmp, "r+b") as f:
         if erofs_image is not None:
             copy_sparse(erofs_image, f.fileno(), layout.part_start)
