@@ -30,6 +30,10 @@ KERNEL_MODULES_DIR ?=
 GUEST_HOOKS_TARBALL ?=
 AGENT_POLICY_FILE ?=
 DEBUG ?=
+DRACUT_KVERSION ?=
+DRACUT_OVERLAY_DIR ?=
+DRACUT_KMODDIR ?=
+DRACUT_DRIVERS ?=
 
 yesno = $(if $(filter yes true 1 y,$(1)),true,false)
 EXTRA_VARS = \
@@ -52,6 +56,10 @@ EXTRA_VARS = \
   $(if $(KERNEL_MODULES_DIR),-e kernel_modules_dir=$(abspath $(KERNEL_MODULES_DIR))) \
   $(if $(GUEST_HOOKS_TARBALL),-e guest_hooks_tarball=$(abspath $(GUEST_HOOKS_TARBALL))) \
   $(if $(AGENT_POLICY_FILE),-e agent_policy_file=$(abspath $(AGENT_POLICY_FILE))) \
+  $(if $(DRACUT_KVERSION),-e dracut_kversion=$(DRACUT_KVERSION)) \
+  $(if $(DRACUT_OVERLAY_DIR),-e dracut_overlay_dir=$(abspath $(DRACUT_OVERLAY_DIR))) \
+  $(if $(DRACUT_KMODDIR),-e dracut_kmoddir=$(abspath $(DRACUT_KMODDIR))) \
+  $(if $(DRACUT_DRIVERS),-e "dracut_drivers='$(DRACUT_DRIVERS)'") \
   $(if $(filter yes true 1,$(DEBUG)),-vvv)
 
 PLAY = cd $(TOP) && $(ANSIBLE_PLAYBOOK) $(EXTRA_VARS)
@@ -62,6 +70,7 @@ help:
 	@echo "Variables: DISTRO OS_VERSION ARCH AGENT_INIT BUILD_METHOD AGENT_SOURCE_BIN AGENT_TARBALL AGENT_SHA256"
 	@echo "           EXTRA_PKGS ROOTFS_DIR IMAGES_BUILD_DEST FS_TYPE ROOT_FREE_SPACE SKIP_DAX_HEADER"
 	@echo "           INITRD_COMPRESSION KERNEL_MODULES_DIR GUEST_HOOKS_TARBALL AGENT_POLICY_FILE DEBUG"
+	@echo "           BUILD_METHOD=dracut: DRACUT_KVERSION DRACUT_KMODDIR DRACUT_DRIVERS DRACUT_OVERLAY_DIR"
 
 rootfs:
 	$(PLAY) playbooks/rootfs.yml
