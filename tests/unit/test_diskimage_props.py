@@ -103,8 +103,10 @@ def check_table(img: Path, spec: Spec, r: dict) -> None:
         assert f"start={r['partition_offset'] // 512:>12}" in out, out
 
 
-def debugfs(img: Path, offset: int, request: str) -> str:
-    return subprocess.run(["debugfs", "-R", request, f"{img}?offset={offset}"],
+def debugfs_stat(img: Path, offset: int, rel: str) -> str:
+    """debugfs `stat` of a path; its parser takes "" for a quote inside a quoted name."""
+    quoted = '"/' + rel.replace('"', '""') + '"'
+    return subprocess.run(["debugfs", "-R", f"stat {quoted}", f"{img}?offset={offset}"],
                           capture_output=True, text=True, check=True).stdout
 
 
@@ -119,12 +121,12 @@ def check_ext4(img: Path, src: Path, r: dict, work: Path) -> None:
     assert regular_and_links(walk(out)) == regular_and_links(expected)
     for rel, desc in expected.items():
         if desc[0] == "special":
-            info = debugfs(img, r["partition_offset"], f'stat "/{rel}"')
+            info = debugfs_stat(img, r["partition_offset"], rel)
             kind = {stat.S_IFCHR: "character special", stat.S_IFBLK: "block special",
                     stat.S_IFIFO: "FIFO"}[desc[1]]
             assert f"Type: {kind}" in info
     for link in src.glob("hardlink-*"):
-        info = debugfs(img, r["partition_offset"], f'stat "/{link.name}"')
+        info = debugfs_stat(img, r["partition_offset"], link.name)
         assert "Links: 1" not in info and "User:     0" in info and f"0x{EPOCH:08x}" in info
 
 
