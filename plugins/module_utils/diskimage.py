@@ -7,6 +7,11 @@ would differ between two builds of the same tree (GUIDs, UUIDs, hash seed, times
 owners) is derived from a seed and an epoch, so the same tree gives the same bytes.
 
 The image is built in a temporary file next to the destination and renamed into place.
+
+With `verity`, the image is a measured rootfs as Kata's osbuilder makes it (MEASURED_ROOTFS):
+partition 1 holds the filesystem, partition 2 its dm-verity hash tree (`veritysetup format
+--no-superblock`, sha256, 4 KiB blocks, run on plain side files: no loop device). The salt comes
+from the seed, so the root hash is reproducible too (osbuilder's salt is random).
 """
 from __future__ import annotations
 
@@ -60,6 +65,8 @@ class Spec:
     dax_header: bool = True
     reserved_percent: int = 3
     erofs_compression: str = "lz4hc"
+    verity: bool = False
+    verity_disk: str = "/dev/vda"     # the disk as the guest sees it, for the kernel command line
 
 
 @dataclasses.dataclass
@@ -82,6 +89,8 @@ class Ids:
     fs_uuid: uuid.UUID
     hash_seed: uuid.UUID
     mbr_signature: int
+    verity_partition_guid: uuid.UUID | None = None
+    verity_salt: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +99,8 @@ class Layout:
     size: int
     part_start: int
     part_size: int
+    hash_start: int = 0             # verity: the hash partition (0: none)
+    hash_size: int = 0
 
 
 # ---------------------------------------------------------------- validation and inputs
@@ -145,6 +156,8 @@ def validate_options(spec: Spec) -> None:
         raise ImageError(f"size {spec.size} must be a positive multiple of {spec.size_alignment} bytes")
     if len(spec.label.encode()) > 16:
         raise ImageError(f"label {spec.label!r} is longer than 16 bytes")
+    if spec.verity and not re.fullmatch(r"/dev/[A-Za-z0-9_./-]+", spec.verity_disk or ""):
+        raise ImageError(f"verity_disk {spec.verity_disk!r} is not a /dev path")
 
 
 def check_tree(spec: Spec, stats: TreeStats) -> None:
@@ -158,7 +171,9 @@ def derive_ids(seed: str) -> Ids:
     def one(purpose: str) -> uuid.UUID:
         return uuid.uuid5(SEED_NAMESPACE, f"{seed}:{purpose}")
     sig = int.from_bytes(hashlib.sha256(f"{seed}:mbr".encode()).digest()[:4], "little")
-    return Ids(one("disk"), one("partition"), one("filesystem"), one("ext4-hash-seed"), sig)
+    salt = hashlib.sha256(f"{seed}:verity-salt".encode()).hexdigest()
+    return Ids(one("disk"), one("partition"), one("filesystem"), one("ext4-hash-seed"), sig,
+               one("verity-partition"), salt)
 
 
 def resolve_epoch(spec: Spec, stats: TreeStats) -> int:
@@ -272,10 +287,43 @@ def ext4_geometry(stats: TreeStats, free_bytes: int, block_size: int,
     return total * block_size, inodes
 
 
+VERITY_BLOCK = 4096
+VERITY_HASHES_PER_BLOCK = VERITY_BLOCK // 32    # sha256
+
+
+def verity_hash_bytes(data_blocks: int) -> int:
+    """Size of a superblock-less sha256 hash tree over data_blocks 4 KiB blocks (every level
+    rounded up to whole blocks, as veritysetup lays it out)."""
+    total, level = 0, data_blocks
+    while True:
+        level = -(-level // VERITY_HASHES_PER_BLOCK)
+        total += level
+        if level <= 1:
+            return max(total, 1) * VERITY_BLOCK
+
+
 def plan_layout(spec: Spec, fs_bytes: int) -> Layout:
-    """Image size and partition placement; the partition fills whatever alignment rounds up."""
+    """Image size and partition placement; the partition fills whatever alignment rounds up.
+
+    With verity the data partition is the filesystem rounded up to 1 MiB, the hash partition
+    follows it, and alignment slack goes to the hash partition (the data must not change size
+    once it is hashed).
+    """
     start = DAX_PART_START if spec.dax_header else PART_START
     tail = gpt.gpt_tail_bytes() if spec.table == "gpt" else 0
+    if spec.verity:
+        data = -(-fs_bytes // MiB) * MiB
+        hash_start = start + data
+        hash_min = -(-verity_hash_bytes(data // VERITY_BLOCK) // MiB) * MiB
+        needed = hash_start + hash_min + tail
+        fits = -(-needed // spec.size_alignment) * spec.size_alignment
+        size = spec.size or fits
+        if size < needed:
+            raise ImageError(f"size {size} is too small for {spec.src} with its hash tree: {fits} bytes "
+                             f"({fits // MiB} MiB) would fit")
+        hash_size = (size - hash_start - tail) // VERITY_BLOCK * VERITY_BLOCK
+        return Layout(size=size, part_start=start, part_size=data, hash_start=hash_start,
+                      hash_size=hash_size)
     needed = start + fs_bytes + tail
     fits = -(-needed // spec.size_alignment) * spec.size_alignment
     size = spec.size or fits
@@ -405,20 +453,91 @@ def copy_sparse(src: Path, fd: int, offset: int) -> None:
 
 def table_pieces(spec: Spec, layout: Layout, ids: Ids) -> list[tuple[int, bytes]]:
     """Partition table(s) and, with dax_header, the info block and the namespace's MBR."""
-    part = gpt.Partition(start=layout.part_start, size=layout.part_size,
-                         type_guid=spec.partition_type_guid, guid=ids.partition_guid,
-                         name=spec.label)
+    parts = [gpt.Partition(start=layout.part_start, size=layout.part_size,
+                           type_guid=spec.partition_type_guid, guid=ids.partition_guid,
+                           name=spec.label)]
+    if layout.hash_size:
+        parts.append(gpt.Partition(start=layout.hash_start, size=layout.hash_size,
+                                   type_guid=gpt.LINUX_FS_GUID, guid=ids.verity_partition_guid,
+                                   name="verity"))
     if spec.table == "gpt":
         entries_lba = DAX_GPT_ENTRIES_LBA if spec.dax_header else 2
-        pieces = gpt.gpt_table(layout.size, [part], ids.disk_guid, entries_lba=entries_lba)
+        pieces = gpt.gpt_table(layout.size, parts, ids.disk_guid, entries_lba=entries_lba)
     else:
-        pieces = gpt.msdos_table([part], ids.mbr_signature)
+        pieces = gpt.msdos_table(parts, ids.mbr_signature)
     if spec.dax_header:
-        inner = dataclasses.replace(part, start=layout.part_start - DAX_NAMESPACE_DATA)
+        inner = [dataclasses.replace(p, start=p.start - DAX_NAMESPACE_DATA) for p in parts]
         pieces.append((dax.PFN_INFO_OFFSET, dax.nd_pfn_sb(DAX_NAMESPACE_DATA, DAX_NAMESPACE_DATA)))
         pieces += [(DAX_NAMESPACE_DATA + off, data)
-                   for off, data in gpt.msdos_table([inner], ids.mbr_signature)]
+                   for off, data in gpt.msdos_table(inner, ids.mbr_signature)]
     return pieces
+
+
+# ---------------------------------------------------------------- dm-verity (measured rootfs)
+
+def make_verity(data: Path, hash_file: Path, data_blocks: int, salt: str) -> dict:
+    """veritysetup format --no-superblock on plain files; returns what it printed, parsed."""
+    out = _run(["veritysetup", "format", "--no-superblock", "--hash=sha256",
+                f"--data-block-size={VERITY_BLOCK}", f"--hash-block-size={VERITY_BLOCK}",
+                f"--data-blocks={data_blocks}", f"--salt={salt}", str(data), str(hash_file)])
+    fields = dict(re.findall(r"^([A-Za-z ]+):\s*(\S+)\s*$", out, re.M))
+    try:
+        info = dict(root_hash=fields["Root hash"], salt=fields["Salt"],
+                    data_blocks=int(fields["Data blocks"]),
+                    data_block_size=int(fields["Data block size"]),
+                    hash_block_size=int(fields["Hash block size"]))
+    except (KeyError, ValueError):
+        raise ImageError(f"veritysetup format printed no root hash: {out.strip()[-200:]}") from None
+    if info["salt"] != salt or info["data_blocks"] != data_blocks:
+        raise ImageError(f"veritysetup used salt {info['salt']} / {info['data_blocks']} blocks, "
+                         f"not {salt} / {data_blocks}")
+    return info
+
+
+def partition_device(disk: str, number: int) -> str:
+    """/dev/vda + 1 -> /dev/vda1; /dev/nvme0n1 + 1 -> /dev/nvme0n1p1 (as the kernel names them)."""
+    return f"{disk}{'p' if disk[-1].isdigit() else ''}{number}"
+
+
+def root_hash_line(info: dict) -> str:
+    """osbuilder's root_hash_<variant>.txt line."""
+    return ("root_hash={root_hash},salt={salt},data_blocks={data_blocks},"
+            "data_block_size={data_block_size},hash_block_size={hash_block_size}".format(**info))
+
+
+def verity_cmdline(info: dict, disk: str, fs_type: str) -> str:
+    """The kernel command line that opens the verity device at boot (dm-init, as Kata's runtime
+    builds it from the root hash file) and mounts it read-only as the root."""
+    sectors = info["data_blocks"] * info["data_block_size"] // 512
+    table = (f"0 {sectors} verity 1 {partition_device(disk, 1)} {partition_device(disk, 2)} "
+             f"{info['data_block_size']} {info['hash_block_size']} {info['data_blocks']} 0 sha256 "
+             f"{info['root_hash']} {info['salt']}")
+    return f'dm-mod.create="dm-verity,,,ro,{table}" root=/dev/dm-0 rootfstype={fs_type} ro'
+
+
+def assemble_verity(spec: Spec, tmp: Path, workdir: Path, stats: TreeStats, epoch: int,
+                    ids: Ids) -> tuple[Layout, dict]:
+    """Filesystem into a side file, its hash tree into another, both copied into the image."""
+    erofs_image = make_erofs(spec, ids, epoch, workdir) if spec.fs_type == "erofs" else None
+    fs_bytes, inodes = fs_bytes_needed(spec, stats, erofs_image)
+    layout = plan_layout(spec, fs_bytes)
+    data = erofs_image or workdir / "rootfs.ext4"
+    with open(data, "ab") as f:
+        os.truncate(f.fileno(), layout.part_size)
+    if erofs_image is None:
+        make_ext4(data, dataclasses.replace(layout, part_start=0), spec, ids, inodes, epoch)
+        normalize_ext4(data, 0, epoch, spec.force_root_owner and not stats.all_root)
+    hash_file = workdir / "verity.hash"
+    info = make_verity(data, hash_file, layout.part_size // VERITY_BLOCK, ids.verity_salt)
+    if hash_file.stat().st_size > layout.hash_size:
+        raise ImageError(f"hash tree of {hash_file.stat().st_size} bytes does not fit {layout.hash_size}")
+    with open(tmp, "r+b") as f:
+        os.truncate(f.fileno(), layout.size)
+        copy_sparse(data, f.fileno(), layout.part_start)
+        copy_sparse(hash_file, f.fileno(), layout.hash_start)
+        gpt.write_pieces(f.fileno(), table_pieces(spec, layout, ids))
+        os.fsync(f.fileno())
+    return layout, info
 
 
 def sha256_file(path: Path) -> str:
@@ -479,8 +598,12 @@ def build(spec: Spec, check_mode: bool = False) -> dict:
     os.close(fd)
     tmp = Path(tmp_name)
     workdir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".d"))
+    info = None
     try:
-        layout = assemble(spec, tmp, workdir, stats, epoch, ids)
+        if spec.verity:
+            layout, info = assemble_verity(spec, tmp, workdir, stats, epoch, ids)
+        else:
+            layout = assemble(spec, tmp, workdir, stats, epoch, ids)
         digest = sha256_file(tmp)
         changed = not _same_file_content(tmp, dest, digest)
         if changed and not check_mode:
@@ -497,4 +620,15 @@ def build(spec: Spec, check_mode: bool = False) -> dict:
                 disk_guid=str(ids.disk_guid) if spec.table == "gpt" else None,
                 disk_signature=None if spec.table == "gpt" else f"0x{ids.mbr_signature:08x}",
                 partition_guid=str(ids.partition_guid) if spec.table == "gpt" else None,
-                fs_uuid=str(ids.fs_uuid))
+                fs_uuid=str(ids.fs_uuid), verity=verity_result(spec, layout, info))
+
+
+def verity_result(spec: Spec, layout: Layout, info: dict | None) -> dict | None:
+    """What the module returns about the hash tree (None without verity)."""
+    if info is None:
+        return None
+    return dict(info, root_hash_line=root_hash_line(info), hash_offset=layout.hash_start,
+                hash_size=layout.hash_size,
+                data_device=partition_device(spec.verity_disk, 1),
+                hash_device=partition_device(spec.verity_disk, 2),
+                kernel_cmdline=verity_cmdline(info, spec.verity_disk, spec.fs_type))

@@ -118,7 +118,24 @@ options:
     description: mkfs.erofs compressor (C(lz4hc), C(lz4)); empty for none.
     type: str
     default: lz4hc
+  verity:
+    description:
+      - Measured rootfs (osbuilder's C(MEASURED_ROOTFS=yes)). Partition 1 holds the filesystem,
+        partition 2 (named C(verity)) its dm-verity hash tree, made with
+        C(veritysetup format --no-superblock), sha256, 4 KiB data and hash blocks, on plain side
+        files (no loop device). The salt is derived from O(seed), so the root hash is
+        reproducible (osbuilder's is random).
+      - The filesystem must be mounted read-only; the returned RV(verity.kernel_cmdline) does.
+    type: bool
+    default: false
+  verity_disk:
+    description:
+      - The disk as the guest sees it (C(/dev/vda) for virtio-blk, C(/dev/nvme0n1), C(/dev/pmem0));
+        only used to write the partition names into RV(verity.kernel_cmdline).
+    type: str
+    default: /dev/vda
 requirements:
+  - cryptsetup-bin (veritysetup) for O(verity)
   - e2fsprogs >= 1.43 (mke2fs -d, debugfs, dumpe2fs) for ext4
   - erofs-utils for erofs
 notes:
@@ -206,6 +223,15 @@ fs_uuid:
   description: Filesystem UUID.
   returned: success
   type: str
+verity:
+  description:
+    - With O(verity), the hash tree (null without) - C(root_hash), C(salt), C(data_blocks),
+      C(data_block_size), C(hash_block_size), C(hash_offset) and C(hash_size) (bytes in the image),
+      C(data_device), C(hash_device), C(root_hash_line) (osbuilder's C(root_hash_<variant>.txt)
+      content) and C(kernel_cmdline) (C(dm-mod.create="dm-verity,,,ro,0 <sectors> verity 1 <data>
+      <hash> 4096 4096 <blocks> 0 sha256 <root hash> <salt>" root=/dev/dm-0 rootfstype=... ro)).
+  returned: success
+  type: dict
 """
 
 import uuid
@@ -232,6 +258,8 @@ ARGUMENT_SPEC = dict(
     dax_header=dict(type="bool", default=True),
     reserved_percent=dict(type="int", default=3),
     erofs_compression=dict(type="str", default="lz4hc"),
+    verity=dict(type="bool", default=False),
+    verity_disk=dict(type="str", default="/dev/vda"),
 )
 
 
@@ -247,7 +275,8 @@ def spec_from_params(p: dict) -> Spec:
                 label=p["label"], partition_type_guid=type_guid, seed=p["seed"],
                 epoch=p["epoch"], force_root_owner=p["force_root_owner"],
                 dax_header=p["dax_header"], reserved_percent=p["reserved_percent"],
-                erofs_compression=p["erofs_compression"])
+                erofs_compression=p["erofs_compression"], verity=p["verity"],
+                verity_disk=p["verity_disk"])
 
 
 def main() -> None:
