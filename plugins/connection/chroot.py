@@ -18,6 +18,17 @@ description:
   - Files are moved with C(dd) inside the chroot, so absolute symlinks in the rootfs are resolved
     inside it and never point a write at the builder's own files.
   - Needs root on the builder (mount namespaces and chroot).
+  - B(Remote builders.) With O(builder) set, the rootfs is a directory on another machine, reached
+    over SSH. This plugin wraps C(ansible.builtin.ssh) and runs on the builder exactly the argv it
+    runs locally (C(unshare ... chroot ROOT sh -c CMD)), so a remote rootfs gets the same private
+    mount and PID namespace per command. C(put_file) copies the file with the ssh plugin (sftp/scp)
+    to a temporary file on the builder, then C(dd) inside the chroot reads it and the temporary file
+    is removed in the same command; C(fetch_file) is the reverse. The builder needs C(unshare),
+    C(chroot) and C(mount) and its SSH user must be root.
+  - The collection's playbooks set O(builder) from the builder's inventory variables
+    (C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file),
+    C(ansible_ssh_common_args), ...), see C(playbooks/builders.yml); without it (the default) the
+    rootfs is on the controller.
 author: kata.osbuilder contributors
 extends_documentation_fragment:
   - connection_pipelining
@@ -42,6 +53,18 @@ options:
     default: [proc, sys, dev]
     vars:
       - name: kata_chroot_mounts
+  builder:
+    description:
+      - Empty (the default) when the rootfs is on the machine Ansible runs on.
+      - Otherwise the SSH settings of the builder that holds the rootfs, as a dict with the keys
+        C(host) (required), C(port), C(user), C(private_key_file), C(ssh_args), C(ssh_common_args),
+        C(ssh_extra_args), C(host_key_checking), C(control_path_dir), C(timeout) (the options of
+        C(ansible.builtin.ssh) of the same names, C(user) being C(remote_user)), and C(tmp_dir),
+        the builder directory for files in transit (default C(/tmp)).
+    type: dict
+    default: {}
+    vars:
+      - name: kata_chroot_builder
 """
 
 EXAMPLES = r"""
@@ -53,16 +76,28 @@ EXAMPLES = r"""
     - name: Runs inside the rootfs
       ansible.builtin.command: cat /etc/os-release
       changed_when: false
+
+# A rootfs on a remote builder (what playbooks/builders.yml sets up for builders reached over SSH).
+- name: Add a remote rootfs
+  ansible.builtin.add_host:
+    name: /var/lib/kata-osbuilder/work/debian-aarch64-agent/rootfs
+    ansible_connection: kata.osbuilder.chroot
+    kata_chroot_builder:
+      host: 192.0.2.10
+      user: root
+      private_key_file: ~/.ssh/builder_ed25519
 """
 
 import os
 import shlex
 import shutil
 import subprocess
+import uuid
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.connection import BUFSIZE, ConnectionBase
+from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
 display = Display()
@@ -83,6 +118,21 @@ exec chroot "$root" "$@"
 
 _KNOWN_MOUNTS = ("proc", "sys", "dev")
 
+# builder key -> ansible.builtin.ssh option
+_SSH_OPTIONS = {"host": "host", "port": "port", "user": "remote_user", "private_key_file": "private_key_file",
+                "ssh_args": "ssh_args", "ssh_common_args": "ssh_common_args", "ssh_extra_args": "ssh_extra_args",
+                "host_key_checking": "host_key_checking", "control_path_dir": "control_path_dir", "timeout": "timeout"}
+
+# Run on a remote builder before the first command: is the rootfs there and can we enter it?
+_REMOTE_CHECK = r"""
+root=$1; sh=$2
+[ "$(id -u)" = 0 ] || { echo "the SSH user $(id -un) is not root"; exit 3; }
+for t in unshare chroot mount dd; do command -v "$t" >/dev/null 2>&1 || { echo "'$t' not found (util-linux, coreutils)"; exit 3; }; done
+[ -d "$root" ] || { echo "$root is not a directory"; exit 3; }
+[ -e "$root/$sh" ] || [ -L "$root/$sh" ] || { echo "$root has no /$sh"; exit 3; }
+realpath -- "$root"
+"""
+
 
 def chroot_argv(root: str, mounts: list[str], executable: str, cmd: str) -> list[str]:
     """The builder-side argv that runs CMD in ROOT with MOUNTS, in a mount namespace of its own."""
@@ -101,10 +151,16 @@ class Connection(ConnectionBase):
     def __init__(self, play_context, *args, **kwargs):
         super().__init__(play_context, *args, **kwargs)
         self.root = None
+        self._init_args = args
+        self._ssh = None  # the wrapped ansible.builtin.ssh connection, remote builders only
+        self._where = "the builder"
 
     def _connect(self):
         if self._connected:
             return self
+        builder = self.get_option("builder") or {}
+        if builder:
+            return self._connect_remote(builder)
         root = self.get_option("remote_addr")
         if os.geteuid() != 0:
             raise AnsibleConnectionFailure(f"kata.osbuilder.chroot needs root on the builder to enter {root}")
@@ -124,6 +180,38 @@ class Connection(ConnectionBase):
         self._connected = True
         return self
 
+    def _connect_remote(self, builder: dict):
+        root = self.get_option("remote_addr")
+        unknown = sorted(set(builder) - set(_SSH_OPTIONS) - {"tmp_dir"})
+        if unknown or not builder.get("host"):
+            raise AnsibleConnectionFailure(f"kata.osbuilder.chroot: builder needs a host and knows {sorted(_SSH_OPTIONS)} + tmp_dir"
+                                           f"{', not ' + ', '.join(unknown) if unknown else ''}")
+        bad = [m for m in self.get_option("mounts") if m not in _KNOWN_MOUNTS]
+        if bad:
+            raise AnsibleConnectionFailure(f"kata.osbuilder.chroot: unknown mounts {bad}, known: {list(_KNOWN_MOUNTS)}")
+        ssh = connection_loader.get("ansible.builtin.ssh", self._play_context, *self._init_args, shell=self._shell)
+        ssh.set_options(direct={_SSH_OPTIONS[k]: v for k, v in builder.items()
+                                if k in _SSH_OPTIONS and v not in (None, "")})
+        self._ssh = ssh
+        self._tmp_dir = builder.get("tmp_dir") or "/tmp"
+        self._where = f"builder {builder['host']}"
+        sh = self.get_option("executable").lstrip("/")
+        rc, out, err = self._ssh_run(shlex.join(["sh", "-c", _REMOTE_CHECK, "osb-check", root, sh]))
+        text = (out or err).decode(errors="replace").strip()
+        if rc != 0:
+            raise AnsibleConnectionFailure(f"kata.osbuilder.chroot: {self._where}: {text.splitlines()[-1] if text else f'exit {rc}'}")
+        self.root = text.splitlines()[-1]
+        display.vvv(f"CHROOT {self.root} ON {builder['host']}", host=self.root)
+        self._connected = True
+        return self
+
+    def _ssh_run(self, cmd: str, in_data: bytes | None = None):
+        """One command through the wrapped ssh connection (no tty, no become)."""
+        return self._ssh.exec_command(cmd, in_data=in_data, sudoable=False)
+
+    def _remote_chroot_cmd(self, cmd: str) -> str:
+        return shlex.join(chroot_argv(self.root, self.get_option("mounts"), self.get_option("executable"), cmd))
+
     def _popen(self, cmd: str, stdin=subprocess.PIPE) -> subprocess.Popen:
         self._connect()
         argv = chroot_argv(self.root, self.get_option("mounts"), self.get_option("executable"), cmd)
@@ -134,6 +222,9 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=False):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         display.vvv(f"EXEC {cmd}", host=self.root)
+        self._connect()
+        if self._ssh:
+            return self._ssh_run(self._remote_chroot_cmd(cmd), in_data=in_data)
         proc = self._popen(cmd)
         stdout, stderr = proc.communicate(in_data)
         return proc.returncode, stdout, stderr
@@ -146,6 +237,9 @@ class Connection(ConnectionBase):
         super().put_file(in_path, out_path)
         out_path = self._inside(out_path)
         display.vvv(f"PUT {in_path} TO {out_path}", host=self.root)
+        self._connect()
+        if self._ssh:
+            return self._put_remote(in_path, out_path)
         try:
             src = open(to_bytes(in_path, errors="surrogate_or_strict"), "rb")
         except OSError as e:
@@ -160,6 +254,9 @@ class Connection(ConnectionBase):
         super().fetch_file(in_path, out_path)
         in_path = self._inside(in_path)
         display.vvv(f"FETCH {in_path} TO {out_path}", host=self.root)
+        self._connect()
+        if self._ssh:
+            return self._fetch_remote(in_path, out_path)
         proc = self._popen(f"dd if={shlex.quote(in_path)} bs={BUFSIZE} status=none", stdin=subprocess.DEVNULL)
         with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as dst:
             for chunk in iter(lambda: proc.stdout.read(BUFSIZE), b""):
@@ -169,7 +266,46 @@ class Connection(ConnectionBase):
         if proc.returncode != 0:
             raise AnsibleError(f"kata.osbuilder.chroot: failed to fetch {in_path}: {stderr.decode(errors='replace').strip()}")
 
+    def _transit(self) -> str:
+        return f"{self._tmp_dir.rstrip('/')}/.kata-chroot.{uuid.uuid4().hex}"
+
+    def _put_remote(self, in_path, out_path):
+        if not os.path.isfile(to_bytes(in_path, errors="surrogate_or_strict")):
+            raise AnsibleError(f"kata.osbuilder.chroot: cannot read {in_path}")
+        tmp = self._transit()
+        try:
+            self._ssh.put_file(in_path, tmp)
+        except AnsibleError as e:
+            self._ssh_run(f"rm -f -- {shlex.quote(tmp)}")
+            raise AnsibleError(f"kata.osbuilder.chroot: failed to copy {in_path} to {self._where}: {e}") from e
+        dd = self._remote_chroot_cmd(f"dd of={shlex.quote(out_path)} bs={BUFSIZE} status=none")
+        q = shlex.quote(tmp)
+        rc, _, err = self._ssh_run(f"{dd} < {q}; rc=$?; rm -f -- {q}; exit $rc")
+        if rc != 0:
+            raise AnsibleError(f"kata.osbuilder.chroot: failed to put {in_path} to {out_path} on {self._where}: "
+                               f"{err.decode(errors='replace').strip()}")
+
+    def _fetch_remote(self, in_path, out_path):
+        tmp = self._transit()
+        q = shlex.quote(tmp)
+        dd = self._remote_chroot_cmd(f"dd if={shlex.quote(in_path)} bs={BUFSIZE} status=none")
+        rc, _, err = self._ssh_run(f"umask 077; {dd} > {q} || {{ rc=$?; rm -f -- {q}; exit $rc; }}")
+        if rc != 0:
+            raise AnsibleError(f"kata.osbuilder.chroot: failed to fetch {in_path} from {self._where}: "
+                               f"{err.decode(errors='replace').strip()}")
+        try:
+            self._ssh.fetch_file(tmp, out_path)
+        finally:
+            self._ssh_run(f"rm -f -- {q}")
+
+    def reset(self):
+        if self._ssh:
+            self._ssh.reset()
+
     def close(self):
-        # Nothing to release: mounts die with each command's namespace.
+        # Nothing to release: mounts die with each command's namespace (here or on the builder).
+        if self._ssh:
+            self._ssh.close()
+            self._ssh = None
         super().close()
         self._connected = False
