@@ -70,11 +70,11 @@ EXTRA_VARS = \
 
 PLAY = cd $(TOP) && $(ANSIBLE_PLAYBOOK) $(EXTRA_VARS)
 
-.PHONY: help rootfs image initrd list-distros clean deps deps-apt deps-pip ref-agent demo test check lint bench collection
+.PHONY: help rootfs image initrd list-distros clean clean-cache deps deps-apt deps-pip ref-agent demo test check lint bench collection
 help:
-	@echo "Targets: rootfs image initrd list-distros clean | demo check test lint bench | deps ref-agent collection"
+	@echo "Targets: rootfs image initrd list-distros clean clean-cache | demo check test lint bench | deps ref-agent collection"
 	@echo "Variables: DISTRO OS_VERSION ARCH AGENT_INIT BUILD_METHOD AGENT_SOURCE_BIN AGENT_TARBALL AGENT_SHA256"
-	@echo "           EXTRA_PKGS ROOTFS_DIR IMAGES_BUILD_DEST FS_TYPE ROOT_FREE_SPACE SKIP_DAX_HEADER"
+	@echo "           EXTRA_PKGS ROOTFS_DIR IMAGES_BUILD_DEST FS_TYPE ROOT_FREE_SPACE SKIP_DAX_HEADER MEASURED_ROOTFS SELINUX"
 	@echo "           INITRD_COMPRESSION KERNEL_MODULES_DIR GUEST_HOOKS_TARBALL AGENT_POLICY_FILE DEBUG"
 	@echo "           BUILD_METHOD=dracut: DRACUT_KVERSION DRACUT_KMODDIR DRACUT_DRIVERS DRACUT_OVERLAY_DIR"
 
@@ -92,7 +92,12 @@ list-distros:
 
 clean:
 	rm -rf $(TOP)/build
-	@echo "Work trees and the bootstrap cache are kept: rm -rf /var/lib/kata-osbuilder /var/cache/kata-osbuilder"
+	@echo "Work trees and the bootstrap cache are kept: make clean-cache; rm -rf /var/lib/kata-osbuilder"
+
+# The bootstrap cache (bases keyed on their inputs): the next build bootstraps again.
+CACHE_DIR ?= /var/cache/kata-osbuilder
+clean-cache:
+	rm -rf -- $(CACHE_DIR)/bootstrap
 
 # Everything a fresh Debian machine needs, for building and for the tests.
 APT_PACKAGES := python3 python3-pip python3-venv git make gcc musl-tools binutils file \

@@ -651,7 +651,7 @@ def _write_atomically(entries: list[Entry], compression: str, level: int | None,
                       dest: bytes) -> tuple[HashingOutput, str, bool]:
     """Build into a temp file next to dest; replace dest only when the bytes differ."""
     directory, base = os.path.split(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=b"." + base + b".", suffix=b".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=b"." + base + b".%d." % os.getpid(), suffix=b".tmp")
     try:
         try:
             output, name = stream(entries, compression, level, fd)

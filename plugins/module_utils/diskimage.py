@@ -594,10 +594,11 @@ def build(spec: Spec, check_mode: bool = False) -> dict:
     epoch = resolve_epoch(spec, stats)
     ids = derive_ids(spec.seed)
     dest = spec.dest
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    # .<name>.<pid>.*: the pack role removes those whose process is gone (a killed build)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
-    workdir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".d"))
+    workdir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".d"))
     info = None
     try:
         if spec.verity:
