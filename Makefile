@@ -104,7 +104,8 @@ APT_PACKAGES := python3 python3-pip python3-venv git make gcc musl-tools binutil
   mmdebstrap debootstrap qemu-system-x86 qemu-utils qemu-user-static gdisk parted fdisk \
   e2fsprogs erofs-utils xfsprogs dracut cryptsetup-bin libarchive-tools cpio zstd pigz xz-utils lz4 \
   busybox-static openssh-server iproute2 util-linux \
-  binfmt-support arch-test gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
+  binfmt-support arch-test gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu \
+  rpm createrepo-c dnf zypper gnupg
 deps: deps-apt deps-pip
 deps-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
