@@ -15,8 +15,8 @@ OPTIONS = {
     "arch": ("arch", str, "ARCH: one, or several comma-separated (built in parallel)"),
     "agent-init": ("agent_init", "yesno", "AGENT_INIT (yes|no)"),
     "build-method": ("build_method", str, "BUILD_METHOD (distro|dracut)"),
-    "agent-source-bin": ("agent_source_bin", "path", "AGENT_SOURCE_BIN"),
-    "agent-tarball": ("agent_tarball", "path", "AGENT_TARBALL"),
+    "agent-source-bin": ("agent_source_bin", "path", "AGENT_SOURCE_BIN ({arch} in it: the build's architecture)"),
+    "agent-tarball": ("agent_tarball", "path", "AGENT_TARBALL ({arch} as for --agent-source-bin)"),
     "agent-sha256": ("agent_sha256", str, "AGENT_SHA256"),
     "agent-version": ("agent_version", str, "AGENT_VERSION"),
     "extra-pkgs": ("extra_pkgs", str, "EXTRA_PKGS (space-separated)"),
@@ -70,7 +70,8 @@ def extravars_from(args: argparse.Namespace) -> dict:
         if value is None:
             continue
         if kind == "path":
-            value = str(Path(value).resolve())
+            # {arch} in an agent path: one agent per architecture when several are built
+            value = str(Path(value).resolve()).replace("{arch}", "{{ kata_build_arch }}")
         ev[var] = value
     for item in args.extra_var:
         key, sep, raw = item.partition("=")

@@ -171,9 +171,11 @@ class _Handler:
         elif kind == "playbook_on_stats":
             self._close_phase(now)
             self.s._current = None
-            for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
+            keys = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+            for key in keys:
                 for host, n in (data.get(key) or {}).items():
-                    self.s.stats.setdefault(host, {})[key if key != "dark" else "unreachable"] = n
+                    counts = self.s.stats.setdefault(host, {k if k != "dark" else "unreachable": 0 for k in keys})
+                    counts[key if key != "dark" else "unreachable"] = n
         return True
 
 
