@@ -15,15 +15,12 @@ import pytest
 import yaml
 
 from tests.support import vm
+from tests.support.audit import audit_rootfs
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path("/var/lib/kata-osbuilder/work")
 SYSTEMD_ARGS = ("systemd.unit=kata-containers.target systemd.mask=systemd-networkd.service "
                 "systemd.mask=systemd-networkd.socket")
-SETUID_ALLOWED = {"/usr/bin/su", "/usr/bin/mount", "/usr/bin/umount", "/usr/bin/passwd", "/usr/bin/chfn",
-                  "/usr/bin/chsh", "/usr/bin/gpasswd", "/usr/bin/newgrp", "/usr/lib/dbus-1.0/dbus-daemon-launch-helper",
-                  "/usr/bin/expiry", "/usr/bin/chage", "/usr/sbin/unix_chkpwd"}
-
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="builds need root")]
 
 
@@ -42,58 +39,6 @@ def extract_initrd(initrd: Path, dest: Path) -> Path:
     dest.mkdir()
     subprocess.run(["bsdtar", "-xpf", str(initrd), "-C", str(dest)], check=True)
     return dest
-
-
-def audit_rootfs(root: Path, *, initrd: bool) -> list[str]:
-    """What a guest must not carry; returns the problems found."""
-    problems = []
-    for pattern in ("usr/bin/python3*", "usr/lib/python3*", "usr/local/lib/python3*"):
-        problems += [f"python left: {p}" for p in root.glob(pattern)]
-    for d in ("var/lib/apt/lists", "var/cache/apt"):
-        left = [p for p in (root / d).rglob("*") if p.is_file() and p.name != "lock"] if (root / d).exists() else []
-        problems += [f"package cache/list left: {p}" for p in left[:5]]
-    resolv = root / "etc/resolv.conf"
-    if resolv.is_symlink() or (resolv.exists() and resolv.read_bytes().strip()):
-        problems.append("etc/resolv.conf is not empty")
-    machine_id = root / "etc/machine-id"
-    if machine_id.exists() and machine_id.read_bytes().strip():
-        problems.append("etc/machine-id holds an id")
-    if (root / "etc/hostname").exists():
-        problems.append("etc/hostname left from the builder")
-    shadow = root / "etc/shadow"
-    if shadow.exists():
-        for line in shadow.read_text().splitlines():
-            fields = line.split(":")
-            if len(fields) > 1 and fields[1] not in ("*", "!", "!*", "", "!!") and not fields[1].startswith("!"):
-                problems.append(f"password hash for {fields[0]}")
-    for p in root.rglob("*"):
-        if p.is_symlink() or not p.is_file():
-            continue
-        mode = p.lstat().st_mode
-        if mode & (stat.S_ISUID | stat.S_ISGID):
-            inside = "/" + str(p.relative_to(root))
-            if inside not in SETUID_ALLOWED:
-                problems.append(f"setuid/setgid not allowed: {inside}")
-    meta = yaml.safe_load((root / "var/lib/osbuilder/osbuilder.yaml").read_text())
-    for key in ("osbuilder", "rootfs-creation-time", "description", "file-format-version", "architecture",
-                "base-distro", "agent"):
-        if key not in meta:
-            problems.append(f"osbuilder.yaml lacks {key}")
-    if meta.get("file-format-version") != "0.0.2":
-        problems.append("osbuilder.yaml file-format-version is not 0.0.2")
-    for key in ("name", "version", "packages"):
-        if key not in meta.get("base-distro", {}):
-            problems.append(f"osbuilder.yaml base-distro lacks {key}")
-    for key in ("url", "name", "version", "agent-is-init-daemon"):
-        if key not in meta.get("agent", {}):
-            problems.append(f"osbuilder.yaml agent lacks {key}")
-    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(meta.get("rootfs-creation-time"))):
-        problems.append(f"rootfs-creation-time is not a timestamp: {meta.get('rootfs-creation-time')}")
-    if not (root / "var/lib/osbuilder/packages.txt").read_text().strip():
-        problems.append("empty package manifest")
-    if not (root / "var/lib").is_dir():
-        problems.append("/var/lib is gone")
-    return problems
 
 
 @pytest.fixture(scope="module")
