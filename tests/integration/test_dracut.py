@@ -43,8 +43,8 @@ def recap_changed(output: str) -> int:
 
 
 def fatal_lines(output: str) -> list[str]:
-    """The msg lines of failed tasks."""
-    return re.findall(r"^\s*msg: (.*)$", output.split("PLAY RECAP")[0], re.M)
+    """The one-line messages of failed tasks."""
+    return re.findall(r"^\[ERROR\]: Task failed: Action failed: (.*)$", output, re.M)
 
 
 def sha256(path: Path) -> str:
