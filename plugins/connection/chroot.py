@@ -93,6 +93,10 @@ import shlex
 import shutil
 import subprocess
 import uuid
+import ctypes
+import signal
+import threading
+import time
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes
@@ -134,6 +138,24 @@ realpath -- "$root"
 """
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the worker that started it dies (PR_SET_PDEATHSIG).
+
+    unshare --kill-child passes that on to the namespace's first process, and the kernel then
+    ends every process in the namespace.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _end_with_run(proc: subprocess.Popen, run_pid: int) -> None:
+    """Kill PROC when the ansible run that started this worker is gone (the worker is orphaned)."""
+    while proc.poll() is None:
+        if os.getppid() != run_pid:
+            proc.kill()
+            return
+        time.sleep(0.5)
+
+
 def chroot_argv(root: str, mounts: list[str], executable: str, cmd: str) -> list[str]:
     """The builder-side argv that runs CMD in ROOT with MOUNTS, in a mount namespace of its own."""
     return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", _SETUP,
@@ -154,6 +176,9 @@ class Connection(ConnectionBase):
         self._init_args = args
         self._ssh = None  # the wrapped ansible.builtin.ssh connection, remote builders only
         self._where = "the builder"
+        # Ansible runs a task in a worker process in a session of its own: when the run is killed
+        # the worker lives on. Commands here end when the run (the worker's parent) does.
+        self._run_pid = os.getppid()
 
     def _connect(self):
         if self._connected:
@@ -216,8 +241,11 @@ class Connection(ConnectionBase):
         self._connect()
         argv = chroot_argv(self.root, self.get_option("mounts"), self.get_option("executable"), cmd)
         display.vvvv(f"EXEC {shlex.join(argv[-2:])}", host=self.root)
-        return subprocess.Popen([to_bytes(a, errors="surrogate_or_strict") for a in argv],
-                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([to_bytes(a, errors="surrogate_or_strict") for a in argv],
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=_die_with_parent)
+        threading.Thread(target=_end_with_run, args=(proc, self._run_pid), daemon=True).start()
+        return proc
 
     def exec_command(self, cmd, in_data=None, sudoable=False):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
