@@ -26,7 +26,7 @@ OK = dict(AGENT_SOURCE_BIN=str(AGENT))
 CASES = [
     # (id, target, variables, exact message)
     ("unknown-distro", "initrd", dict(OK, DISTRO="nosuch"), f"Unknown distro 'nosuch'; known: {DISTROS}"),
-    ("unknown-arch", "initrd", dict(OK, ARCH="mips"), "ARCH=mips is not one of x86_64, aarch64, ppc64le, s390x"),
+    ("unknown-arch", "initrd", dict(OK, ARCH="mips"), "ARCH=mips is not one of x86_64, aarch64, ppc64le, s390x (several: comma-separated)"),
     ("no-agent", "initrd", {}, "No agent given: set AGENT_SOURCE_BIN=<kata-agent binary>, AGENT_TARBALL=<tarball> or AGENT_SOURCE_DIR=<kata-containers tree> (make ref-agent builds a reference agent for trying it out)"),
     ("two-agents", "initrd", dict(OK, AGENT_TARBALL=str(AGENT)), "Give one agent source, not AGENT_SOURCE_BIN and AGENT_TARBALL"),
     ("agent-missing", "initrd", dict(AGENT_SOURCE_BIN="/nonexistent/kata-agent"), "Agent source /nonexistent/kata-agent does not exist"),
