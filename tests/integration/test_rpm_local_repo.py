@@ -190,7 +190,7 @@ def signed_repo(tmp_path_factory):
 
 
 def playbook(kind: str, tmp: Path, agent: Path, repo: dict, *extra: str) -> subprocess.CompletedProcess:
-    args = ["ansible-playbook", f"playbooks/{kind}.yml", "-e", f"agent_source_bin={agent}", "-e", "agent_init=true",
+    args = ["ansible-playbook", f"playbooks/{kind}.yml", "-e", "arch=x86_64", "-e", f"agent_source_bin={agent}", "-e", "agent_init=true",
             "-e", f"package_mirror={repo['url']}", "-e", '{"bootstrap_gpg_keys": {"*": ["%s"]}}' % repo["key_url"],
             "-e", f"work_dir={tmp}/work", "-e", f"cache_dir={tmp}/cache", "-e", f"images_build_dest={tmp}/out", *extra]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)

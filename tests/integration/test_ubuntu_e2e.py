@@ -45,8 +45,9 @@ def ubuntu_initrd(tmp_path_factory, ref_agent):
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "k")], check=True)
     keyring = tmp / "k/usr/share/keyrings/ubuntu-archive-keyring.gpg"
     # the keyring is an extra var (-e wins over the role's parameters): slip it into the playbook command
-    r = subprocess.run(["make", "-s", "-C", str(REPO), "initrd", "DISTRO=ubuntu", "AGENT_INIT=yes",
-                        f"ANSIBLE_PLAYBOOK=ansible-playbook -e bootstrap_keyring={keyring}",
+    r = subprocess.run(["make", "-s", "-C", str(REPO), "initrd", "DISTRO=ubuntu", "AGENT_INIT=yes", f"ARCH={os.uname().machine}",
+                        # own cache and work dirs: nothing shared with other builds running on the machine
+                        f"ANSIBLE_PLAYBOOK=ansible-playbook -e bootstrap_keyring={keyring} -e cache_dir={tmp}/cache -e work_dir={tmp}/work",
                         f"AGENT_SOURCE_BIN={ref_agent}", f"IMAGES_BUILD_DEST={tmp}"],
                        capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
