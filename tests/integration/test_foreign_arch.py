@@ -22,6 +22,9 @@ from tests.support import vm
 
 REPO = Path(__file__).resolve().parents[2]
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
+# Own rootfs trees (other tests build the same x86_64 agent rootfs in the default work dir); the
+# bootstrap cache is shared.
+WORK = Path("/var/lib/kata-osbuilder/foreign-test/work")
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="builds need root"),
@@ -32,7 +35,7 @@ pytestmark = [
 
 def play(playbook: str, *extra: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    return subprocess.run(["ansible-playbook", f"playbooks/{playbook}", *extra], cwd=REPO, capture_output=True,
+    return subprocess.run(["ansible-playbook", f"playbooks/{playbook}", "-e", f"work_dir={WORK}", *extra], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -44,6 +47,12 @@ def elf_machine(path: Path) -> int:
     data = path.read_bytes()[:20]
     assert data[:4] == b"\x7fELF", path
     return int.from_bytes(data[18:20], "little")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_work_dir():
+    yield
+    shutil.rmtree(WORK.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
