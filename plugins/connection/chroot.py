@@ -78,14 +78,18 @@ EXAMPLES = r"""
       changed_when: false
 
 # A rootfs on a remote builder (what playbooks/builders.yml sets up for builders reached over SSH).
-- name: Add a remote rootfs
-  ansible.builtin.add_host:
-    name: /var/lib/kata-osbuilder/work/debian-aarch64-agent/rootfs
-    ansible_connection: kata.osbuilder.chroot
-    kata_chroot_builder:
-      host: 192.0.2.10
-      user: root
-      private_key_file: ~/.ssh/builder_ed25519
+- name: Reach a rootfs on a builder
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Add a remote rootfs
+      ansible.builtin.add_host:
+        name: /var/lib/kata-osbuilder/work/debian-aarch64-agent/rootfs
+        ansible_connection: kata.osbuilder.chroot
+        kata_chroot_builder:
+          host: 192.0.2.10
+          user: root
+          private_key_file: ~/.ssh/builder_ed25519
 """
 
 import os
