@@ -68,13 +68,19 @@ def test_partial_entries_of_gone_builds_are_removed(tmp_path):
     make_partial(dead)
     child = subprocess.Popen(["true"])
     child.wait()
-    (Path(str(dead) + ".partial") / ".owner").write_text(f"{child.pid}\n")
+    ns = os.readlink("/proc/self/ns/pid")
+    (Path(str(dead) + ".partial") / ".owner").write_text(f"{child.pid} {ns} 12345\n")
     alive = tmp_path / "alive"
     make_partial(alive)
-    (Path(str(alive) + ".partial") / ".owner").write_text(f"{os.getpid()}\n")
+    start = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    (Path(str(alive) + ".partial") / ".owner").write_text(f"{os.getpid()} {ns} {start}\n")
+    other_ns = tmp_path / "otherns"  # a builder in another PID namespace: cannot tell, kept
+    make_partial(other_ns)
+    (Path(str(other_ns) + ".partial") / ".owner").write_text(f"{child.pid} pid:[1] 1\n")
     young = tmp_path / "young"  # unknown owner, not six hours old: kept
     make_partial(young)
     out = run("check", str(tmp_path / "other"))
     assert out[-1] == "missing" and any("removed stale" in line for line in out)
     assert not Path(str(dead) + ".partial").exists()
     assert Path(str(alive) + ".partial").exists() and Path(str(young) + ".partial").exists()
+    assert Path(str(other_ns) + ".partial").exists()

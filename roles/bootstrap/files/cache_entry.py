@@ -10,9 +10,11 @@ costs a fraction of a second. It catches missing, added, renamed, truncated or r
 files (an interrupted copy, a `rm` in the cache, a full disk); it does not catch a byte changed in
 place with the same size, which only a content hash (seconds, not milliseconds) would.
 
-A partial entry belongs to the build (ansible-playbook process) that started it; one whose build
-is gone was interrupted and is removed. Without a local ansible-playbook (a remote builder) the
-owner is unknown and such an entry is removed once it is six hours old.
+A partial entry belongs to the build (ansible-playbook process) that started it, recorded as
+`<pid> <pid namespace> <start time>`; one whose build is gone (same PID namespace, and that pid is
+not running or started at another time) was interrupted and is removed. An owner in another PID
+namespace (a builder in a container) or unknown (no local ansible-playbook: a remote builder)
+cannot be checked: such an entry is only removed once it is six hours old.
 """
 import hashlib
 import json
@@ -57,12 +59,25 @@ def build_pid():
     return ""
 
 
-def alive(pid):
+def identity(pid):
+    """'<pid> <pid namespace> <start time>' of a running process, or '' when it is not running."""
     try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, ValueError):
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+        with open(f"/proc/{pid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+        return f"{pid} {ns} {start}"
+    except (OSError, IndexError):
+        return ""
+
+
+def gone(owner):
+    """True only when the owner can be checked from here and is not running any more."""
+    fields = owner.split()
+    if len(fields) != 3 or not fields[0].isdigit():
         return False
+    if fields[1] != os.readlink("/proc/self/ns/pid"):
+        return False  # another PID namespace: cannot tell
+    return identity(fields[0]) != owner
 
 
 def remove(path):
@@ -86,7 +101,7 @@ def check(entry):
         except OSError:
             owner = ""
         old = time.time() - os.lstat(path).st_mtime > 6 * 3600
-        if (owner and not alive(owner)) or (not owner and old):
+        if gone(owner) or old:
             remove(path)
             print(f"removed stale {path} (its build {owner or '?'} is gone)")
     complete = os.path.join(entry, "complete")
@@ -131,7 +146,8 @@ def seal(entry):
 
 def owner(entry):
     with open(os.path.join(entry + ".partial", ".owner"), "w") as f:
-        f.write(build_pid() + "\n")
+        pid = build_pid()
+        f.write((identity(pid) if pid else "") + "\n")
 
 
 if __name__ == "__main__":
