@@ -144,6 +144,28 @@ def seal(entry):
     print(data["manifest"])
 
 
+def orphans(needle):
+    """Kill Ansible workers left by a killed build: ansible-playbook processes whose parent is
+    gone (reparented to pid 1; a worker is its own session leader, so killing make's process
+    group misses it, and it can block for ever writing its result to the dead playbook) and
+    whose command line names `needle` (this build's rootfs or output dir)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 and any(os.path.basename(a) == b"ansible-playbook" for a in cmd[:2]) \
+                and any(needle.encode() in a for a in cmd):
+            try:
+                os.kill(int(pid), 9)
+                print(f"killed orphaned worker {pid} of a killed build")
+            except OSError:
+                pass
+
+
 def owner(entry):
     with open(os.path.join(entry + ".partial", ".owner"), "w") as f:
         pid = build_pid()
@@ -151,4 +173,4 @@ def owner(entry):
 
 
 if __name__ == "__main__":
-    {"check": check, "seal": seal, "owner": owner}[sys.argv[1]](sys.argv[2])
+    {"check": check, "seal": seal, "owner": owner, "orphans": orphans}[sys.argv[1]](sys.argv[2])
