@@ -34,3 +34,13 @@ def test_defaults_are_specified(role: Path):
         if spec_default in (None, [], {}) or isinstance(value, str) and "{{" in value:
             continue  # long lists and templated values live in defaults only
         assert spec_default == value, f"{name}: spec default {spec_default!r} != defaults/main.yml {value!r}"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_spec_defaults_are_in_defaults(role: Path):
+    """A spec default does not set the variable: a role run without the option would fail on it."""
+    options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"].get("options", {})
+    defaults_file = role / "defaults/main.yml"
+    defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
+    missing = sorted(n for n, o in options.items() if "default" in o and not o.get("required") and n not in defaults)
+    assert missing == [], f"options with a spec default but none in defaults/main.yml: {missing}"
