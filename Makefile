@@ -132,7 +132,7 @@ lint:
 	cd $(TOP) && ansible-lint --profile production
 
 bench: deps ref-agent
-	cd $(TOP) && for b in bench/cpio.py bench/image.py bench/pipeline.py; do [ -f $$b ] && $(PYTHON) $$b || exit 1; done
+	cd $(TOP) && for b in bench/cpio.py bench/image.py bench/pipeline.py bench/dracut.py; do [ -f $$b ] && $(PYTHON) $$b || exit 1; done
 
 collection:
 	cd $(TOP) && ansible-galaxy collection build --force --output-path build/
