@@ -5,7 +5,6 @@ prints READY with the fstype of / and powers off.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,6 @@ from tests.support.helper_initramfs import helper_initramfs
 
 pytestmark = pytest.mark.boot
 POWEROFF = "kata_ref_agent.poweroff"
-
-
-@pytest.fixture(scope="module")
-def agent_tree(tmp_path_factory, ref_agent) -> Path:
-    src = tmp_path_factory.mktemp("agent-tree") / "root"
-    (src / "sbin").mkdir(parents=True)
-    for d in ("dev", "proc", "sys"):
-        (src / d).mkdir()
-    shutil.copy2(ref_agent, src / "sbin" / "init")
-    return src
 
 
 def build(src: Path, dest: Path, **kw) -> dict:

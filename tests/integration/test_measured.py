@@ -8,7 +8,6 @@ test initramfs (tests/support/verity_initramfs.py, a userspace dm-init), see the
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from tests.support.verity_initramfs import verity_initramfs
 
 POWEROFF = "kata_ref_agent.poweroff"
 DISK = "/dev/nvme0n1"
-
-
-@pytest.fixture(scope="module")
-def agent_tree(tmp_path_factory, ref_agent) -> Path:
-    src = tmp_path_factory.mktemp("agent-tree") / "root"
-    (src / "sbin").mkdir(parents=True)
-    for d in ("dev", "proc", "sys"):
-        (src / d).mkdir()
-    shutil.copy2(ref_agent, src / "sbin" / "init")
-    return src
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ mount -t devtmpfs devtmpfs /dev
 for m in $(cat /etc/helper-modules); do
     insmod "/lib/modules/$m" || echo "helper-initramfs: insmod $m failed"
 done
+@SETUP@
 root= fstype= flags=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -106,17 +107,24 @@ def pack(root: Path, dest: Path) -> None:
         subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=root, stdout=out, check=True)
 
 
-def helper_initramfs(kernel, dest: Path, modules: list[str]) -> Path:
-    """Build the initramfs for `kernel` (tests.support.vm.Kernel) with `modules` into dest."""
+def helper_initramfs(kernel, dest: Path, modules: list[str], binaries: dict[str, Path] | None = None,
+                     setup: str = "") -> Path:
+    """Build the initramfs for `kernel` (tests.support.vm.Kernel) with `modules` into dest.
+
+    binaries are copied to /bin/<name>; setup is shell run after the modules load, before the
+    root device is awaited (a failing line stops the boot).
+    """
     with tempfile.TemporaryDirectory(prefix="helper-initramfs.") as tmp:
         root = Path(tmp)
         for d in ("bin", "dev", "proc", "sys", "newroot", "etc", "lib/modules"):
             (root / d).mkdir(parents=True)
         shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+        for name, path in (binaries or {}).items():
+            shutil.copy2(path, root / "bin" / name)
         names = [_install_module(ko, root / "lib/modules")
                  for ko in module_closure(kernel.modules, modules)]
         (root / "etc/helper-modules").write_text("\n".join(names) + "\n")
-        (root / "init").write_text(INIT)
+        (root / "init").write_text(INIT.replace("@SETUP@", setup))
         (root / "init").chmod(0o755)
         pack(root, dest)
     return dest

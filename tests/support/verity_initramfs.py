@@ -19,35 +19,10 @@ import tempfile
 from pathlib import Path
 
 from tests.support import vm
-from tests.support.helper_initramfs import BUSYBOX, _install_module, module_closure, pack
+from tests.support.helper_initramfs import helper_initramfs
 
 SOURCE = Path(__file__).with_name("dm_create.c")
 
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in $(cat /etc/helper-modules); do
-    insmod "/lib/modules/$m" || echo "verity-initramfs: insmod $m failed"
-done
-/bin/dm-create || { echo "verity-initramfs: dm-create failed"; exit 1; }
-root= fstype=
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-        root=*) root="${arg#root=}" ;;
-        rootfstype=*) fstype="${arg#rootfstype=}" ;;
-    esac
-done
-i=0
-while [ ! -b "$root" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-mkdir -p /newroot
-mount -o ro ${fstype:+-t "$fstype"} "$root" /newroot || {
-    echo "verity-initramfs: mount $root failed"; dmesg | tail -5; exit 1; }
-echo "verity-initramfs: mounted $root (${fstype:-auto}, ro)"
-umount /proc /sys /dev
-exec switch_root /newroot /sbin/init
-"""
 
 
 def dm_create(dest: Path) -> Path:
@@ -59,16 +34,8 @@ def dm_create(dest: Path) -> Path:
 
 
 def verity_initramfs(kernel: vm.Kernel, dest: Path, modules: tuple[str, ...] = ("dm_mod", "dm_verity")) -> Path:
-    """Build the initramfs for `kernel` into dest."""
+    """Build the initramfs for `kernel` into dest: the helper initramfs plus dm-create."""
     with tempfile.TemporaryDirectory(prefix="verity-initramfs.") as tmp:
-        root = Path(tmp)
-        for d in ("bin", "dev", "proc", "sys", "newroot", "etc", "lib/modules"):
-            (root / d).mkdir(parents=True)
-        shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-        dm_create(root / "bin" / "dm-create")
-        names = [_install_module(ko, root / "lib/modules") for ko in module_closure(kernel.modules, list(modules))]
-        (root / "etc/helper-modules").write_text("\n".join(names) + "\n")
-        (root / "init").write_text(INIT)
-        (root / "init").chmod(0o755)
-        pack(root, dest)
-    return dest
+        tool = dm_create(Path(tmp) / "dm-create")
+        return helper_initramfs(kernel, dest, list(modules), binaries={"dm-create": tool},
+                                setup='/bin/dm-create || { echo "verity-initramfs: dm-create failed"; exit 1; }')
